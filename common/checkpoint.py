@@ -42,7 +42,7 @@ def load_checkpoint(path, map_location='cpu', weights_only=False):
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as e:  # truncated zip, pickle garbage, wrong format
-        cause = ' '.join(str(e).split())[:300]
+        cause = ' '.join(str(e).split())[:160]
         raise CheckpointError(f"checkpoint '{path}' cannot be read (truncated, corrupt or not a torch "
                               f"checkpoint): {type(e).__name__}: {cause}") from None
 

@@ -132,7 +132,9 @@ def _apply_override(cfg, defaults, item):
     node, schema = cfg, defaults
     for i, p in enumerate(parts[:-1]):
         here = '.'.join(parts[:i + 1])
-        if not isinstance(node, dict) or p not in node or not isinstance(node[p], dict):
+        if isinstance(node, dict) and p in node and not isinstance(node[p], dict):
+            raise ConfigError(f"config key '{here}' is a value, not a section: cannot set '{key}' (override '{item}')")
+        if not isinstance(node, dict) or p not in node:
             valid = ', '.join(sorted(map(str, node))) if isinstance(node, dict) else '(none)'
             raise ConfigError(f"unknown config key '{here}' in override '{item}'; valid keys at this level: {valid}")
         node = node[p]
@@ -183,10 +185,14 @@ def load_config(path, overrides=(), defaults=None):
     return Config(cfg)
 
 
-def parse_cli(defaults, argv=None, description=None):
-    """The command line of every ``main.py``: ``--cfg FILE [--opts key=value ...]``."""
+def parse_cli(defaults, argv=None, description=None, default_cfg='cfg.yaml'):
+    """The command line of every ``main.py``: ``--cfg FILE [--opts key=value ...]``.
+
+    ``default_cfg`` is the file read when ``--cfg`` is not given (``None``: the defaults alone).
+    """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('--cfg', default='cfg.yaml', help='YAML config (default: cfg.yaml, the embedded default)')
+    parser.add_argument('--cfg', default=default_cfg,
+                        help=f'YAML config (default: {default_cfg}, the embedded default)')
     parser.add_argument('--opts', nargs='*', default=[], metavar='KEY=VALUE',
                         help='overrides, dotted keys typed from the config, e.g. --opts epochs=2 data.root=/data')
     args = parser.parse_args(argv)
@@ -198,8 +204,20 @@ def save_config(cfg, output_dir, name='config.yaml'):
     """Write the resolved config into ``output_dir/name``."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, name)
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = f.read()
+        if old == text:
+            return path
+        # a resumed run with another config: keep the previous resolved config beside the new one
+        stem, ext = os.path.splitext(path)
+        k = 1
+        while os.path.exists(f'{stem}.{k}{ext}'):
+            k += 1
+        os.replace(path, f'{stem}.{k}{ext}')
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+        f.write(text)
     os.replace(tmp, path)
     return path
