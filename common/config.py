@@ -146,7 +146,9 @@ def _apply_override(cfg, defaults, item):
         raise ConfigError(f"unknown config key '{key}' in override '{item}'; valid keys at this level: {valid}")
     current = node.get(last)
     if isinstance(current, str):
-        value = raw  # a string key keeps the text as written
+        # a string key keeps the text as written, unless it is quoted ('' or "a b" give the string inside)
+        r = raw.strip()
+        value = value if len(r) >= 2 and r[0] == r[-1] and r[0] in '\'"' and isinstance(value, str) else raw
     elif isinstance(current, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' is a section; override its keys (e.g. {key}.name=...)")

@@ -49,6 +49,8 @@ def test_overrides_are_typed_from_loaded_value(tmp_path):
     assert cfg.lr == 2.0 and isinstance(cfg.lr, float)
     assert cfg.data.root == '/x/y' and cfg.flag is True and cfg.sizes == [8, 4]
     assert cfg.data.name == '123'  # a string key keeps the text as written
+    assert load_config(write(tmp_path, ''), ["data.name=''"], DEFAULTS).data.name == ''
+    assert load_config(write(tmp_path, ''), ['data.name="a: b"'], DEFAULTS).data.name == 'a: b'
     assert cfg.extra.anything == 5  # an empty-dict default accepts any key
 
 
