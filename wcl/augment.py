@@ -19,10 +19,10 @@ class GaussianBlur:
         return x.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
 
 
-def simclr_aug(size=224, stats=IMAGENET_STATS):
+def simclr_aug(size=224, stats=IMAGENET_STATS, min_scale=0.08):
     """Both views after the warm-up: crop (0.08-1), flip, strong colour jitter, grey, blur."""
     return T.Compose([
-        T.RandomResizedCrop(size),
+        T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
         T.RandomHorizontalFlip(),
         T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
         T.RandomGrayscale(p=0.2),
@@ -53,11 +53,13 @@ def linear_aug(size=224, stats=IMAGENET_STATS):
     return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(*stats)])
 
 
-def get_augment(kind, size=224, stats=IMAGENET_STATS):
-    """``kind`` in ``simclr``, ``moco``, ``eval``, ``linear``."""
+def get_augment(kind, size=224, stats=IMAGENET_STATS, min_scale=0.08):
+    """``kind`` in ``simclr``, ``moco``, ``eval``, ``linear``; ``min_scale`` is the SimCLR crop's lower bound."""
     table = {'simclr': simclr_aug, 'moco': moco_aug, 'eval': eval_aug, 'linear': linear_aug}
     if kind not in table:
         raise ValueError(f"augmentation '{kind}' is not one of {', '.join(table)}")
+    if kind == 'simclr':
+        return simclr_aug(size, stats, min_scale)
     return table[kind](size, stats)
 
 

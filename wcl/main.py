@@ -31,7 +31,7 @@ DEFAULTS = {
     'dim_hidden': 4096, 'dim': 256, 't': 0.1,
     'batch_size': 256,                  # global, split over processes
     'epochs': 100, 'base_lr_per_sqrt_batch': 0.075, 'momentum': 0.9, 'weight_decay': 1e-6, 'trust_coef': 0.001,
-    'warm_up': 10, 'aug_warmup': True, 'graph_detach_keys': True,
+    'warm_up': 10, 'aug_warmup': True, 'crop_min_scale': 0.08, 'graph_detach_keys': True,
     'multicrop': {'enabled': False, 'n_small': 6, 'size': 96, 'scale': [0.05, 0.14], 'knn_k': 5},
     'eval': {
         'knn': {'k': 200, 't': 0.1, 'every': 1},
@@ -51,6 +51,8 @@ def validate(cfg, world_size):
         raise ConfigError('batch_size must give each process at least 2 images (the 1-NN graph needs pairs)')
     if not 0 <= cfg.warm_up < cfg.epochs:
         raise ConfigError(f'warm_up must be in [0, epochs), got {cfg.warm_up} with epochs={cfg.epochs}')
+    if not 0 < cfg.crop_min_scale <= 1:
+        raise ConfigError(f'crop_min_scale must be in (0, 1], got {cfg.crop_min_scale}')
     if cfg.t <= 0:
         raise ConfigError(f't must be positive, got {cfg.t}')
     if cfg.multicrop.enabled and cfg.multicrop.knn_k < 1:
@@ -64,7 +66,7 @@ def build_data(cfg):
              'test_size': d.test_size} if d.name == 'synthetic' else {})
 
     def views(kind):
-        aug = augment.get_augment(kind, d.image_size, stats)
+        aug = augment.get_augment(kind, d.image_size, stats, cfg.crop_min_scale)
         if cfg.multicrop.enabled:
             mc = cfg.multicrop
             return augment.MultiCrop(aug, mc.n_small, mc.size, mc.scale, stats)
@@ -147,7 +149,7 @@ def main(argv=None):
             update_progress(bar, loss=meters['loss'].avg, lr=lr, img_s=speed.rate)
         metrics = {'epoch': epoch, 'aug': kind, 'lr': lr, **{k: m.avg for k, m in meters.items()},
                    'img_per_s': speed.rate}
-        if kc.every and ((epoch + 1) % kc.every == 0 or epoch + 1 == cfg.epochs):
+        if (kc.every and (epoch + 1) % kc.every == 0) or epoch + 1 == cfg.epochs:
             knn_top1 = knn()
             metrics['knn_top1'] = knn_top1
         is_best = knn_top1 > best
