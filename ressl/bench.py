@@ -45,8 +45,8 @@ def main():
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
     device = torch.device(args.device)
-    rows = [('embedded default: R18 w16, 32 px, B 64, K 1024', dict(width=16, size=32, batch=64, K=1024,
-                                                                    hidden_dim=512, dim=128, bn_splits=8))]
+    rows = [('embedded default: R18 w16, 32 px, B 32, K 512', dict(width=16, size=32, batch=32, K=512,
+                                                                   hidden_dim=512, dim=128, bn_splits=4))]
     if args.full:
         rows.append(('small recipe: R18 w64, 32 px, B 256, K 4096', dict(width=64, size=32, batch=256, K=4096,
                                                                          hidden_dim=2048, dim=128, bn_splits=8)))
