@@ -98,12 +98,17 @@ def _draw_shape(draw, shape, cx, cy, r, angle, fill, bg=0):
         raise ValueError(shape)
 
 
-def _background(rng, size):
-    """A random textured background: stripes, checks, a gradient or smooth noise, in muted colours."""
+def _background(rng, size, kind='texture'):
+    """A random background in muted colours: ``texture`` (stripes, checks, a gradient or smooth noise) or
+    ``plain`` (one flat colour with light pixel noise)."""
     h0 = rng.random()
     c1 = np.array(_hsv(h0, rng.uniform(0.0, 0.5), rng.uniform(0.25, 0.9)), dtype=np.float32)
     c2 = np.array(_hsv((h0 + rng.uniform(0.2, 0.8)) % 1, rng.uniform(0.0, 0.5), rng.uniform(0.25, 0.9)),
                   dtype=np.float32)
+    if kind == 'plain':
+        img = np.broadcast_to(c1[None, None], (size, size, 3)).copy()
+        img += rng.normal(0, 6, img.shape).astype(np.float32)
+        return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     kind = rng.integers(4)
     if kind == 0:  # stripes
@@ -149,17 +154,25 @@ class SyntheticImages(torch.utils.data.Dataset):
     """Classification images generated from (seed, split, index): one object of a class-specific shape.
 
     Class ``c`` is shape ``SHAPES[c % 10]``; with more than 10 classes, ``c // 10`` also fixes the object's
-    colour family. Labels are balanced (``index % num_classes``).
+    colour family. Labels are balanced (``index % num_classes``). ``background`` is ``texture`` (default:
+    random textures, a strong per-image nuisance cue), ``plain`` (a flat random colour) or ``gray`` (a grey
+    object on a flat grey background: shape, size, place and lightness are all that tell images apart, so that
+    colour cannot serve as a shortcut; for short self-supervised demos; at most 10 classes).
     """
 
     def __init__(self, split='train', transform=None, num_classes=10, image_size=32, train_size=5000,
-                 test_size=1000, seed=0):
+                 test_size=1000, seed=0, background='texture'):
         if split not in _SPLIT_ID:
             raise DatasetError(f"synthetic dataset has splits train and test (val = test), not '{split}'")
         if not 1 <= int(num_classes) <= 100:
             raise DatasetError(f'synthetic dataset supports 1..100 classes, not {num_classes}')
         if int(image_size) < 8:
             raise DatasetError(f'synthetic images must be at least 8 pixels, not {image_size}')
+        if background not in ('texture', 'plain', 'gray'):
+            raise DatasetError(f"synthetic background must be 'texture', 'plain' or 'gray', not '{background}'")
+        if background == 'gray' and int(num_classes) > 10:
+            raise DatasetError("synthetic background 'gray' has no colour families: at most 10 classes")
+        self.background = background
         self.split, self.transform = split, transform
         self.num_classes, self.image_size, self.seed = int(num_classes), int(image_size), int(seed)
         self.size = int(train_size if _SPLIT_ID[split] == 0 else test_size)
@@ -174,9 +187,18 @@ class SyntheticImages(torch.utils.data.Dataset):
         label = self.targets[index]
         rng = np.random.default_rng([self.seed, _SPLIT_ID[self.split], index, 7919])
         S = self.image_size * _SS
-        img = _background(rng, S)
-        families = (self.num_classes + 9) // 10
-        colour = _object_colour(rng, None if families == 1 else label // 10, families)
+        if self.background == 'gray':  # a grey object on a flat grey background, lightness apart by >= 0.3
+            vb = rng.uniform(0.15, 0.85)
+            vo = vb + rng.choice([-1, 1]) * rng.uniform(0.3, 0.6)
+            vo = vo if 0.0 <= vo <= 1.0 else vb - (vo - vb)
+            img = _background(rng, S, 'plain')
+            img = Image.fromarray(np.clip(np.asarray(img.convert('L'), dtype=np.float32) - np.asarray(
+                img.convert('L'), dtype=np.float32).mean() + 255 * vb, 0, 255).astype(np.uint8)).convert('RGB')
+            colour = (int(255 * vo),) * 3
+        else:
+            img = _background(rng, S, self.background)
+            families = (self.num_classes + 9) // 10
+            colour = _object_colour(rng, None if families == 1 else label // 10, families)
         r = rng.uniform(0.22, 0.38) * S
         cx, cy = rng.uniform(r, S - r), rng.uniform(r, S - r)
         _draw_object(img, None, rng, SHAPES[label % 10], colour, cx, cy, r)

@@ -40,6 +40,7 @@ DEFAULTS = {
         'num_classes': 10,        # synthetic only
         'train_size': 5000,       # synthetic only
         'test_size': 1000,        # synthetic only
+        'background': 'texture',  # synthetic only: texture or plain
         'num_workers': 0,
         'train_split': 'train',   # pre-training split (STL-10: train+unlabeled)
         'memory_split': 'train',  # labelled split for the kNN bank and the linear probe
@@ -185,7 +186,8 @@ def make_dataset(cfg, split, transform):
     options = {}
     if cfg.data.name == 'synthetic':
         options = dict(num_classes=cfg.data.num_classes, image_size=cfg.data.image_size,
-                       train_size=cfg.data.train_size, test_size=cfg.data.test_size, seed=cfg.seed)
+                       train_size=cfg.data.train_size, test_size=cfg.data.test_size, seed=cfg.seed,
+                       background=cfg.data.background)
     if cfg.data.cache:
         return CachedDataset(build_dataset(cfg.data.name, cfg.data.root, split=split, **options), transform)
     return build_dataset(cfg.data.name, cfg.data.root, split=split, transform=transform, **options)

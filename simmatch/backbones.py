@@ -4,7 +4,7 @@
   the official ImageNet code. State-dict keys are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ...).
 * ``wrn_28_2`` / ``wrn_28_8`` / ``wrn_var_37_2``: the FixMatch/TorchSSL/USB wide ResNets (leaky-ReLU 0.1, BN
   momentum 0.001, pre-activation blocks) used for CIFAR-10/100, SVHN and STL-10, also without their classifier.
-* ``wrn(depth, widen_factor)``: the same family at any size (the embedded default uses a narrow WRN-10-1).
+* ``wrn(depth, widen_factor)``: the same family at any size; ``wrn_22_1_s2`` is the embedded default's network.
 """
 import torch
 import torch.nn as nn
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torchvision.models import resnet as tv_resnet
 
 __all__ = ['ResNetEncoder', 'resnet18_encoder', 'resnet34_encoder', 'resnet50_encoder', 'resnet101_encoder',
-           'WideResNetEncoder', 'wrn', 'wrn_28_2', 'wrn_28_8', 'wrn_var_37_2', 'BACKBONES']
+           'WideResNetEncoder', 'wrn', 'wrn_28_2', 'wrn_28_8', 'wrn_var_37_2', 'wrn_22_1_s2', 'BACKBONES']
 
 
 class ResNetEncoder(tv_resnet.ResNet):
@@ -153,14 +153,15 @@ def wrn_var_37_2(norm_layer=None):
     return WideResNetEncoder(28, (32, 64, 128, 256), first_stride=2, norm_layer=norm_layer)
 
 
-def wrn_10_1(norm_layer=None):
-    """A narrow WRN-10-1 (one block per group, widths 16/32/64) for CPU demos of a few hundred steps, with
-    PyTorch's default BN momentum 0.1: at 0.001 the running statistics would barely move in so few steps."""
-    return wrn(10, 1, norm_layer, bn_momentum=0.1)
+def wrn_22_1_s2(norm_layer=None):
+    """The CPU demo network: a narrow WRN-22-1 (three blocks per group, widths 16/32/64) whose first group has
+    stride 2, as USB's STL-10 network has, so that 32 px images cost about as much as a WRN-10-1; PyTorch's
+    default BN momentum 0.1, since at 0.001 the running statistics would barely move in a few hundred steps."""
+    return wrn(22, 1, norm_layer, first_stride=2, bn_momentum=0.1)
 
 
 BACKBONES = {
     'resnet18_encoder': resnet18_encoder, 'resnet34_encoder': resnet34_encoder,
     'resnet50_encoder': resnet50_encoder, 'resnet101_encoder': resnet101_encoder,
-    'wrn_28_2': wrn_28_2, 'wrn_28_8': wrn_28_8, 'wrn_var_37_2': wrn_var_37_2, 'wrn_10_1': wrn_10_1,
+    'wrn_28_2': wrn_28_2, 'wrn_28_8': wrn_28_8, 'wrn_var_37_2': wrn_var_37_2, 'wrn_22_1_s2': wrn_22_1_s2,
 }

@@ -43,7 +43,7 @@ ROWS = [
     ('WRN-28-2 (CIFAR-10/SVHN)', backbones.wrn_28_2, 10, 32, 1_467_626, 33_024, 0.429),
     ('WRN-28-8 (CIFAR-100)', backbones.wrn_28_8, 100, 32, 23_401_028, 328_320, None),
     ('WRN-37-2 (STL-10)', backbones.wrn_var_37_2, 10, 96, 5_929_450, 98_688, None),
-    ('WRN-10-1 (embedded default)', backbones.wrn_10_1, 10, 32, None, None, None),
+    ('WRN-22-1-s2 (embedded default)', backbones.wrn_22_1_s2, 10, 32, None, None, None),
 ]
 
 

@@ -39,6 +39,28 @@ def test_synthetic_any_size_many_classes_and_bad_options():
         build_dataset('imagenet21k', root='/x')
 
 
+def test_synthetic_plain_background():
+    tex = build_dataset('synthetic', image_size=32, train_size=20)
+    plain = build_dataset('synthetic', image_size=32, train_size=20, background='plain')
+    again = build_dataset('synthetic', image_size=32, train_size=20, background='plain')
+    img = arr(plain[5][0]).astype(np.float32)
+    assert (img == arr(again[5][0])).all() and plain.targets == tex.targets
+    # the corners are background: flat up to the pixel noise, unlike the textures (some of which are flat too)
+    corners = np.stack([img[:4, :4], img[:4, -4:], img[-4:, :4], img[-4:, -4:]]).reshape(-1, 3)
+    assert corners.std(0).max() < 12
+    spreads = [np.stack([arr(tex[i][0])[:4, :4], arr(tex[i][0])[-4:, -4:]]).reshape(-1, 3).std(0).max()
+               for i in range(20)]
+    assert max(spreads) > 20
+    gray = build_dataset('synthetic', image_size=32, train_size=20, background='gray')
+    g = arr(gray[5][0])
+    assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()  # no colour at all
+    assert np.ptp(g) > 50  # the object stands out from the background
+    with pytest.raises(DatasetError, match='background'):
+        build_dataset('synthetic', background='stripes')
+    with pytest.raises(DatasetError, match='at most 10'):
+        build_dataset('synthetic', background='gray', num_classes=20)
+
+
 def test_transform_applies_and_stats_exist():
     tf = T.Compose([T.ToTensor(), T.Normalize(*DATASET_STATS['synthetic'])])
     ds = build_dataset('synthetic', split='test', transform=tf, test_size=200)

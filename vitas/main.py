@@ -41,7 +41,8 @@ DEFAULTS = {
     'device': 'auto',
     'resume': True,
     'data': {'name': 'synthetic', 'root': None, 'image_size': 32, 'num_classes': 10,
-             'train_size': 4000, 'test_size': 1000, 'num_workers': 0},
+             'train_size': 4000, 'test_size': 1000, 'background': 'texture',  # synthetic: texture|plain
+             'num_workers': 0},
     'stages': ['search', 'sample', 'retrain', 'test'],
     'official_compat': False,        # reproduce the official bugs (Pitfalls 1-3)
     'channel_percent': [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
@@ -176,11 +177,11 @@ def build_data(cfg, split, aug):
           'test': lambda: T.build_test_aug(d.image_size, mean, std)}[aug]()
     if d.name != 'synthetic':
         return build_dataset(d.name, d.root, split, tf)
-    key = (split, d.num_classes, d.image_size, d.train_size, d.test_size, cfg.seed)
+    key = (split, d.num_classes, d.image_size, d.train_size, d.test_size, d.background, cfg.seed)
     if key not in _RENDERED:
         ds = build_dataset('synthetic', None, split, None, num_classes=d.num_classes,
                            image_size=d.image_size, train_size=d.train_size,
-                           test_size=d.test_size, seed=cfg.seed)
+                           test_size=d.test_size, seed=cfg.seed, background=d.background)
         _RENDERED[key] = ([ds[i] for i in range(len(ds))], ds.targets, ds.classes)
     return InMemory(*_RENDERED[key], tf)
 
@@ -251,8 +252,9 @@ class Pipeline:
             if not self.space['id_op']:
                 self.ckpt['id_prop'] = 0.0
             elif c.search_id:
-                self.log(f'expected FLOPs of a random subnet: {expected_flops(0, self.space, self.cp) / 1e6:.2f}M '
-                         f'(id_prop 0) .. {expected_flops(1, self.space, self.cp) / 1e6:.2f}M (id_prop 1)')
+                e0, e1 = (expected_flops(p, self.space, self.cp) / 1e6 for p in (0, 1))
+                self.log(f'expected FLOPs of a random subnet: {e0:.2f}M (id_prop 0) .. '
+                         f'{e1:.2f}M (id_prop 1)')
                 try:
                     self.ckpt['id_prop'] = prop_search(
                         self.space, self.cfg.flops_min, self.cfg.flops_constraint, c.ps_num,
@@ -287,9 +289,9 @@ class Pipeline:
         mixup = T.build_mixup(c.mixup_stg, self.num_classes, c.smoothing) if c.mix_up else None
         spe = steps_in(loader, c)
         lr_fn = lr_schedule(c, spe)
-        ps = self.space['patch_sizes']
-        full = Subnet(ps.index(min(ps)), self.cp[-1], [(0, self.cp[-1], self.cp[-1])] * self.space['depth'])
-        small = Subnet(ps.index(max(ps)), self.cp[0], [(0, self.cp[0], self.cp[0])] * self.space['depth'])
+        ps, depth, hi, lo = self.space['patch_sizes'], self.space['depth'], self.cp[-1], self.cp[0]
+        largest = Subnet(ps.index(min(ps)), hi, [(0, hi, hi)] * depth)     # monitors only
+        smallest = Subnet(ps.index(max(ps)), lo, [(0, lo, lo)] * depth)
         for epoch in range(self.progress['search'], c.epochs):
             set_epoch(loader, epoch)
             bar = progress(loader, total=spe, desc=f'supernet {epoch + 1}/{c.epochs}')
@@ -300,9 +302,9 @@ class Pipeline:
                 on_step=lambda b, loss, lr: update_progress(b, loss=loss, lr=lr))
             nb = c.eval_batches or None
             side = self.supernet.score_sides()[0]
-            top1_max = T.evaluate(self.supernet, self.test_loader, full, side, self.device,
+            top1_max = T.evaluate(self.supernet, self.test_loader, largest, side, self.device,
                                   max_batches=nb)[0]
-            top1_min = T.evaluate(self.supernet, self.test_loader, small, side, self.device,
+            top1_min = T.evaluate(self.supernet, self.test_loader, smallest, side, self.device,
                                   max_batches=nb)[0]
             self.progress['search'] = epoch + 1
             self.ckpt['search_optimizer'] = opt.state_dict()

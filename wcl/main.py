@@ -26,7 +26,8 @@ from schedule import adjust_learning_rate, base_lr_for_batch
 DEFAULTS = {
     'output_dir': 'output/wcl', 'seed': 0, 'device': 'auto', 'resume': True, 'amp': False,
     'data': {'name': 'synthetic', 'root': None, 'image_size': 32, 'num_classes': 10, 'train_size': 2000,
-             'test_size': 500, 'num_workers': 0, 'train_split': 'train', 'test_split': 'test'},
+             'test_size': 500, 'background': 'texture',  # synthetic only: texture or plain
+             'num_workers': 0, 'train_split': 'train', 'test_split': 'test'},
     'backbone': 'resnet18', 'small_input': True, 'width': 64, 'sync_bn': True,
     'dim_hidden': 4096, 'dim': 256, 't': 0.1,
     'batch_size': 256,                  # global, split over processes
@@ -63,7 +64,7 @@ def build_data(cfg):
     d = cfg.data
     stats = DATASET_STATS.get(d.name, DATASET_STATS['imagenet'])
     opts = ({'image_size': d.image_size, 'num_classes': d.num_classes, 'train_size': d.train_size,
-             'test_size': d.test_size} if d.name == 'synthetic' else {})
+             'test_size': d.test_size, 'background': d.background} if d.name == 'synthetic' else {})
 
     def views(kind):
         aug = augment.get_augment(kind, d.image_size, stats, cfg.crop_min_scale)

@@ -63,7 +63,7 @@ def test_imagenet_style_step_with_ema_teacher(tmp_path):
     (tmp_path / 'in.yaml').write_text(yaml.safe_dump(cfg))
     result = _run(tmp_path / 'out', 'compare_supervised=false', 'use_ema_teacher=true', 'data.style=imagenet',
                   'lr_schedule=cos', 'warmup_epoch=1', 'eval_model=student', 'threshold=0.7', 'lambda_u=10',
-                  'lambda_in=5', 'aggregation=product', 'randaug=true', 'epochs=2', cfg=tmp_path / 'in.yaml')
+                  'lambda_in=5', 'aggregation=product', 'randaug=true', 'epochs=2', 'lr=0.03', cfg=tmp_path / 'in.yaml')
     tmp_path = tmp_path / 'out'
     assert 'supervised_only' not in result
     assert not (tmp_path / 'supervised_only').exists()

@@ -46,7 +46,7 @@ def test_wrn_var_shapes_at_96px():
         enc = backbones.wrn_var_37_2()
         out = enc(torch.zeros(2, 3, 96, 96))
     assert enc.out_channels == 256 and out.shape == (2, 256)
-    small = backbones.wrn_10_1()
+    small = backbones.wrn_22_1_s2()
     assert small(torch.randn(2, 3, 32, 32)).shape == (2, 64)
 
 
