@@ -1,0 +1,151 @@
+"""Training glue of ``main.py``: data pipelines, optimizer groups, one epoch of supernet / plain training."""
+import os
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+
+from common.data import DATASET_STATS, build_dataset, build_loader
+from common.log import AverageMeter, Throughput, progress, update_progress
+from common.schedule import cosine_lr, set_lr
+
+AUGMENTS = ('cifar', 'imagenet', 'none')
+FOLDER = os.path.dirname(os.path.abspath(__file__))
+
+
+def resolve_path(path):
+    """A configured data path: absolute as is, relative to this folder; ``SHARED_DATA_DIR`` (when set) is
+    tried for a missing ``shared/data`` file."""
+    if os.path.isabs(path):
+        return path
+    full = os.path.normpath(os.path.join(FOLDER, path))
+    env = os.environ.get('SHARED_DATA_DIR')
+    if not os.path.exists(full) and env:
+        alt = os.path.join(env, os.path.basename(path))
+        if os.path.exists(alt):
+            return alt
+    return full
+
+
+def transforms(name, size, augment, train):
+    """``cifar``: RandomCrop(size, padding=size/8, i.e. 4 at 32x32) + flip; ``imagenet``: RandomResizedCrop +
+    flip (test: resize to size/0.875 and centre crop); ``none``: tensors only. Normalised with the dataset's
+    mean/std."""
+    stats = DATASET_STATS.get(name, DATASET_STATS['cifar10'])
+    norm = [T.ToTensor(), T.Normalize(*stats)]
+    if augment == 'imagenet':
+        if train:
+            return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *norm])
+        return T.Compose([T.Resize(int(round(size / 0.875))), T.CenterCrop(size), *norm])
+    if augment == 'cifar' and train:
+        return T.Compose([T.RandomCrop(size, padding=max(1, size // 8)), T.RandomHorizontalFlip(), *norm])
+    return T.Compose(norm)
+
+
+class CachedImages(torch.utils.data.Dataset):
+    """Keeps the rendered (untransformed) images of a small generated dataset in memory; transforms each
+    access, so random augmentation still differs per epoch. Only used for ``synthetic``."""
+
+    def __init__(self, dataset, transform, cache=None):
+        self.dataset, self.transform = dataset, transform
+        self.targets, self.classes = dataset.targets, dataset.classes
+        self._cache = {} if cache is None else cache
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if i not in self._cache:
+            self._cache[i] = self.dataset[i]
+        img, label = self._cache[i]
+        return self.transform(img), label
+
+
+_CACHE = {}
+
+
+def _dataset(d, split, train):
+    tf = transforms(d.name, d.image_size, d.augment, train)
+    if d.name != 'synthetic':
+        return build_dataset(d.name, d.root, split, tf)
+    key = (split, d.num_classes, d.image_size, d.train_size, d.test_size)
+    if key not in _CACHE:   # rendered once per process, shared by the loaders of every stage
+        _CACHE[key] = (build_dataset('synthetic', None, split, None, num_classes=d.num_classes,
+                                     image_size=d.image_size, train_size=d.train_size, test_size=d.test_size), {})
+    return CachedImages(*_CACHE[key][:1], tf, cache=_CACHE[key][1])
+
+
+def split_indices(n, val_split, seed):
+    """(train indices, held-out indices): a fixed random ``val_split`` fraction of ``n`` training images is held
+    out (none when ``val_split`` is 0)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    k = int(round(val_split * n))
+    return sorted(perm[k:].tolist()), sorted(perm[:k].tolist())
+
+
+def build_data(cfg, batch_size, seed, holdout=True):
+    """Loaders for ``cfg.data``: {'train', 'recal', 'val', 'test'}.
+
+    With ``holdout`` and ``data.val_split > 0`` a fixed split of the training set is held out: 'train' and
+    'recal' (BN recalibration) use the rest, 'val' (the search's scores) the held-out images with the test
+    transform; otherwise 'val' is the test loader.
+    """
+    d = cfg.data
+    train, test = _dataset(d, 'train', True), _dataset(d, 'test', False)
+    val = None
+    if holdout and d.val_split > 0:
+        keep, held = split_indices(len(train), d.val_split, cfg.seed)
+        val = torch.utils.data.Subset(_dataset(d, 'train', False), held)
+        train = torch.utils.data.Subset(train, keep)
+    kw = dict(num_workers=d.num_workers)
+    loaders = {'train': build_loader(train, batch_size, shuffle=True, drop_last=True, seed=seed, **kw),
+               'recal': build_loader(train, batch_size, shuffle=True, drop_last=True, seed=seed + 1, **kw),
+               'test': build_loader(test, batch_size, shuffle=False, drop_last=False, seed=seed, **kw)}
+    loaders['val'] = loaders['test'] if val is None else build_loader(val, batch_size, shuffle=False,
+                                                                      drop_last=False, seed=seed, **kw)
+    return loaders
+
+
+def param_groups(model, weight_decay):
+    """Weight decay on conv/linear weights only (not on BN parameters or biases), as the official configs."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+
+
+def build_optimizer(model, t):
+    return torch.optim.SGD(param_groups(model, t.weight_decay), lr=t.lr, momentum=t.momentum,
+                           nesterov=t.nesterov and t.momentum > 0)
+
+
+def lr_at(t, step, steps_per_epoch):
+    return cosine_lr(step, t.epochs * steps_per_epoch, t.lr, warmup_steps=t.warmup_epochs * steps_per_epoch,
+                     min_lr=t.min_lr, warmup_start_lr=t.warmup_lr)
+
+
+def train_epoch(model, trainer, optimizer, loader, epoch, t, device, scaler=None, desc='supernet'):
+    """One epoch of ``trainer.forward`` steps with a per-iteration cosine LR. Returns (mean loss, last lr)."""
+    model.train()
+    steps = len(loader) if t.max_iters_per_epoch <= 0 else min(len(loader), t.max_iters_per_epoch)
+    meter, speed = AverageMeter('loss'), Throughput()
+    bar = progress(loader, total=steps, desc=f'{desc} {epoch}')
+    lr = t.lr
+    for i, (x, y) in enumerate(bar):
+        if i >= steps:
+            break
+        lr = set_lr(optimizer, lr_at(t, epoch * steps + i, steps))
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        _, loss = trainer.forward(model, x, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f'non-finite loss at epoch {epoch} iteration {i}')
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        meter.update(loss.item(), x.size(0))
+        speed.update(x.size(0))
+        update_progress(bar, loss=meter.avg, lr=lr, img_s=speed.rate)
+    return meter.avg, lr
