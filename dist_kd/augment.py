@@ -86,7 +86,9 @@ def solarize_add(img, add, fill, resample, thresh=128):
 def posterize(img, bits, fill, resample):
     if bits >= 8:
         return img
-    return ImageOps.posterize(img, max(bits, 0))
+    if bits <= 0:  # 0 bits kept: all black (what PIL < 9 did; newer PIL refuses 0 bits)
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits)
 
 
 def color(img, factor, fill, resample):

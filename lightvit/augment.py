@@ -55,6 +55,8 @@ def solarize_add(img, add, fill=None, resample=None, thresh=128):
 
 
 def posterize(img, bits, fill=None, resample=None):
+    if bits <= 0:  # 0 bits kept: all black (what PIL < 9 did; newer PIL refuses 0 bits)
+        return Image.new(img.mode, img.size)
     return img if bits >= 8 else ImageOps.posterize(img, bits)
 
 

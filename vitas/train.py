@@ -74,6 +74,8 @@ class RandAugment:
                 (Image.BILINEAR, Image.BICUBIC)), fillcolor=self.fill)
         if name == 'PosterizeIncreasing':
             bits = 4 - int(4 * f)
+            if bits <= 0:  # 0 bits kept: every pixel becomes 0 (what PIL < 9 did; newer PIL refuses 0 bits)
+                return Image.new(img.mode, img.size)
             return img if bits >= 8 else ImageOps.posterize(img, bits)
         if name == 'SolarizeIncreasing':
             return ImageOps.solarize(img, 256 - int(256 * f))

@@ -104,3 +104,11 @@ def test_pipelines():
     assert c(img).shape == (3, 64, 64)
     with pytest.raises(ValueError):
         augment.build_train_transform('voc', 32, mean, std)
+
+
+def test_posterize_at_magnitude_zero_keeps_no_bits():
+    # PosterizeTpu keeps int(m / 10 * 4) bits: 0 at m = 0, which newer PIL refuses; it must give a black image
+    img = _image()
+    black = augment.posterize(img, 0, None, None)
+    assert black.size == img.size and np.asarray(black).max() == 0
+    assert np.asarray(augment.posterize(img, 4, None, None)).max() > 0

@@ -172,3 +172,11 @@ def test_train_and_test_transforms():
     assert t.shape == (3, 224, 224)
     names = [type(o).__name__ for o in te.transforms]
     assert names[:2] == ['Resize', 'CenterCrop'] and te.transforms[0].size == 256
+
+
+def test_posterize_at_magnitude_zero_keeps_no_bits():
+    # PosterizeTpu keeps int(m / 10 * 4) bits: 0 at m = 0, which newer PIL refuses; it must give a black image
+    img = Image.fromarray((np.random.default_rng(0).random((24, 24, 3)) * 255).astype('uint8'))
+    black = augment.posterize(img, 0)
+    assert black.size == img.size and np.asarray(black).max() == 0
+    assert np.asarray(augment.posterize(img, 4)).max() > 0

@@ -66,7 +66,10 @@ def test_augmentations_keep_the_size():
     ra = T.RandAugment.from_string('rand-m9-mstd0.5-inc1')
     assert (ra.m, ra.n, ra.std) == (9, 2, 0.5)
     for name in ra.OPS:
-        assert ra._apply(img, name, 9).size == img.size
+        for level in (0, 9, 10):  # the magnitude is clipped to [0, 10]; 10 once crashed posterize (0 bits)
+            assert ra._apply(img, name, level).size == img.size
+    black = np.asarray(ra._apply(img, 'PosterizeIncreasing', 10))
+    assert black.max() == 0 and np.asarray(ra._apply(img, 'PosterizeIncreasing', 0)).max() > 0
 
 
 def test_supernet_epoch_reduces_loss_and_evaluate():
