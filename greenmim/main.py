@@ -38,7 +38,8 @@ DEFAULTS = {
     'resume': True,
     'amp': True,                         # CUDA only (official: on)
     'data': {'name': 'synthetic', 'root': None, 'image_size': 32, 'num_classes': 10, 'train_size': 2000,
-             'test_size': 500, 'num_workers': 0,
+             'test_size': 500, 'background': 'texture',   # synthetic only: texture | plain | gray
+             'num_workers': 0,
              'cache': True},             # synthetic only: draw each image once, keep it in memory
     'model': {
         'arch': 'green_mim_swin_base_patch4_dec512b1',   # one of the official names, or custom
@@ -172,7 +173,7 @@ def data_options(cfg):
     d = cfg.data
     if d.name == 'synthetic':
         return dict(image_size=d.image_size, num_classes=d.num_classes, train_size=d.train_size,
-                    test_size=d.test_size)
+                    test_size=d.test_size, background=d.background)
     return {}
 
 

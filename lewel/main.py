@@ -45,6 +45,7 @@ DEFAULTS = {
         'num_classes': 10,         # synthetic only
         'train_size': 5000,        # synthetic only
         'test_size': 1000,         # synthetic only
+        'background': 'texture',   # synthetic only: texture | plain | gray
         'num_workers': 8,
         'train_split': 'train',
         'cache': False,            # keep decoded/rendered images in memory (small datasets: synthetic)
@@ -204,7 +205,8 @@ def make_dataset(cfg, split, transform):
     options = {}
     if cfg.data.name in ('synthetic', 'synthetic_det'):
         options = dict(num_classes=cfg.data.num_classes, image_size=cfg.data.image_size,
-                       train_size=cfg.data.train_size, test_size=cfg.data.test_size, seed=cfg.seed)
+                       train_size=cfg.data.train_size, test_size=cfg.data.test_size, seed=cfg.seed,
+                       background=cfg.data.background)
     if cfg.data.cache:
         return CachedDataset(build_dataset(cfg.data.name, cfg.data.root, split=split, **options), transform)
     return build_dataset(cfg.data.name, cfg.data.root, split=split, transform=transform, **options)
