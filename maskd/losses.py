@@ -116,6 +116,17 @@ def extract_mask_state(obj):
     return out
 
 
+def read_token_state(path_or_state_dict):
+    """The token state dict of a token file (path) or an already loaded dict; ``ValueError`` if it holds none."""
+    obj = path_or_state_dict
+    if isinstance(obj, str):
+        obj = torch.load(obj, map_location='cpu', weights_only=False)
+    sd = extract_mask_state(obj)
+    if not sd:
+        raise ValueError('no mask_modules.* / mask_token entries found in the token checkpoint')
+    return sd
+
+
 class _TokenLoss(nn.Module):
     """Shared: the frozen token modules, ``load_tokens`` and the plain-int iteration counter."""
 
@@ -130,13 +141,7 @@ class _TokenLoss(nn.Module):
 
     def load_tokens(self, path_or_state_dict):
         """Load learned tokens (strict) from a path or a dict; prefixes before ``mask_modules`` are stripped."""
-        obj = path_or_state_dict
-        if isinstance(obj, str):
-            obj = torch.load(obj, map_location='cpu', weights_only=False)
-        sd = extract_mask_state(obj)
-        if not sd:
-            raise ValueError('no mask_modules.* (or mask_token) entries found in the token checkpoint')
-        self.token_state_target().load_state_dict(sd, strict=True)
+        self.token_state_target().load_state_dict(read_token_state(path_or_state_dict), strict=True)
 
     def token_state_target(self):
         return self
@@ -225,12 +230,7 @@ class SegMasKDLoss(_TokenLoss):
         return self.mask_modules[0]
 
     def load_tokens(self, path_or_state_dict):
-        obj = path_or_state_dict
-        if isinstance(obj, str):
-            obj = torch.load(obj, map_location='cpu', weights_only=False)
-        sd = extract_mask_state(obj)
-        if not sd:
-            raise ValueError('no mask_token / mask_modules.* entries found in the token checkpoint')
+        sd = read_token_state(path_or_state_dict)
         sd = OrderedDict((k.split('mask_modules.0.', 1)[-1], v) for k, v in sd.items())
         self.mask_module.load_state_dict(sd, strict=True)
 
