@@ -95,6 +95,23 @@ class AuxiliaryHeadImageNet(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+def _cell_stack(genotype, C_prev_prev, C_prev, C_curr, layers, reduction_prev, share_features=False):
+    """The evaluation network's cells (reductions at layers // 3 and 2 * layers // 3, channels doubled there), the
+    output channels of the last cell and of cell 2 * layers // 3 (the auxiliary head's input)."""
+    cells, C_aux = nn.ModuleList(), None
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        if reduction:
+            C_curr *= 2
+        cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, share_features)
+        reduction_prev = reduction
+        cells.append(cell)
+        C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+        if i == 2 * layers // 3:
+            C_aux = C_prev
+    return cells, C_prev, C_aux
+
+
 class NetworkCIFAR(nn.Module):
     def __init__(self, C, num_classes, layers, auxiliary, genotype, share_features=False):
         super().__init__()
@@ -104,20 +121,7 @@ class NetworkCIFAR(nn.Module):
         stem_multiplier = 3
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        C_aux = None
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
-            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, share_features)
-            reduction_prev = reduction
-            self.cells.append(cell)
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == 2 * layers // 3:
-                C_aux = C_prev
+        self.cells, C_prev, C_aux = _cell_stack(genotype, C_curr, C_curr, C, layers, False, share_features)
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -145,20 +149,7 @@ class NetworkImageNet(nn.Module):
             nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
         self.stem1 = nn.Sequential(
             nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
-        C_prev_prev, C_prev, C_curr = C, C, C
-        self.cells = nn.ModuleList()
-        reduction_prev = True
-        C_aux = None
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
-            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, share_features)
-            reduction_prev = reduction
-            self.cells.append(cell)
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == 2 * layers // 3:
-                C_aux = C_prev
+        self.cells, C_prev, C_aux = _cell_stack(genotype, C, C, C, layers, True, share_features)
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadImageNet(C_aux, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)  # 7x7 at 224 input (DARTS: AvgPool2d(7))

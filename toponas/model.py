@@ -98,6 +98,23 @@ def _multiplier(genotype):
     return len(genotype.normal_concat), len(genotype.reduce_concat)
 
 
+def _cell_stack(genotype, C_prev_prev, C_prev, C_curr, layers, reduction_prev):
+    """The evaluation network's cells (reductions at layers // 3 and 2 * layers // 3, channels doubled there), the
+    output channels of the last cell and of cell 2 * layers // 3 (the auxiliary head's input)."""
+    cells, C_aux = nn.ModuleList(), None
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        if reduction:
+            C_curr *= 2
+        cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+        reduction_prev = reduction
+        cells.append(cell)
+        C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+        if i == 2 * layers // 3:
+            C_aux = C_prev
+    return cells, C_prev, C_aux
+
+
 class NetworkCIFAR(nn.Module):
     """Stem conv3x3(3 -> 3C) + BN, ``layers`` cells (reductions at layers//3, 2*layers//3), GAP, linear.
     ``forward`` returns ``(logits, logits_aux)``; reads ``self.drop_path_prob``."""
@@ -110,20 +127,7 @@ class NetworkCIFAR(nn.Module):
         stem_multiplier = 3
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        C_to_auxiliary = None
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
-            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
-            reduction_prev = reduction
-            self.cells.append(cell)
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == 2 * layers // 3:
-                C_to_auxiliary = C_prev
+        self.cells, C_prev, C_to_auxiliary = _cell_stack(genotype, C_curr, C_curr, C, layers, False)
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadCIFAR(C_to_auxiliary, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -159,20 +163,7 @@ class NetworkImageNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C))
-        C_prev_prev, C_prev, C_curr = C, C, C
-        self.cells = nn.ModuleList()
-        reduction_prev = True
-        C_to_auxiliary = None
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                C_curr *= 2
-            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
-            reduction_prev = reduction
-            self.cells.append(cell)
-            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-            if i == 2 * layers // 3:
-                C_to_auxiliary = C_prev
+        self.cells, C_prev, C_to_auxiliary = _cell_stack(genotype, C, C, C, layers, True)
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadImageNet(C_to_auxiliary, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)  # AvgPool2d(7) at 224x224; adaptive for any size
