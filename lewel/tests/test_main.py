@@ -12,7 +12,9 @@ import main
 
 FOLDER = Path(__file__).resolve().parents[1]
 TINY = ['data.image_size=16', 'data.train_size=64', 'data.test_size=32', 'batch_size=16', 'width=4',
-        'hid_dim=16', 'proj_dim=8', 'warmup_epochs=1', 'eval.knn.k=5', 'eval.knn.every=1', 'device=cpu']
+        'hid_dim=16', 'proj_dim=8', 'warmup_epochs=1', 'eval.knn.k=5', 'eval.knn.every=1', 'device=cpu',
+        # the official LEWEL_B with LARS (cfg.yaml's CPU demo is LEWEL_M; tests of LEWEL_M name it)
+        'arch=LEWELB', 'optimizer=lars', 'lr=1.0', 'weight_decay=1.0e-6']
 
 
 def run_main(tmp_path, *opts, name='run'):
