@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torchvision.transforms as T
 
-from common.data import DATASET_STATS, build_dataset, build_loader
+from common.data import DATASET_STATS, CachedDataset, build_dataset, build_loader
 from common.log import AverageMeter, Throughput, progress, update_progress
 from common.schedule import cosine_lr, set_lr
 
@@ -42,25 +42,6 @@ def transforms(name, size, augment, train):
     return T.Compose(norm)
 
 
-class CachedImages(torch.utils.data.Dataset):
-    """Keeps the rendered (untransformed) images of a small generated dataset in memory; transforms each
-    access, so random augmentation still differs per epoch. Only used for ``synthetic``."""
-
-    def __init__(self, dataset, transform, cache=None):
-        self.dataset, self.transform = dataset, transform
-        self.targets, self.classes = dataset.targets, dataset.classes
-        self._cache = {} if cache is None else cache
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        if i not in self._cache:
-            self._cache[i] = self.dataset[i]
-        img, label = self._cache[i]
-        return self.transform(img), label
-
-
 _CACHE = {}
 
 
@@ -72,7 +53,7 @@ def _dataset(d, split, train):
     if key not in _CACHE:   # rendered once per process, shared by the loaders of every stage
         _CACHE[key] = (build_dataset('synthetic', None, split, None, num_classes=d.num_classes,
                                      image_size=d.image_size, train_size=d.train_size, test_size=d.test_size), {})
-    return CachedImages(*_CACHE[key][:1], tf, cache=_CACHE[key][1])
+    return CachedDataset(*_CACHE[key][:1], tf, cache=_CACHE[key][1])
 
 
 def split_indices(n, val_split, seed):

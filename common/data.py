@@ -17,7 +17,7 @@ from .dist import get_rank, get_world_size, is_distributed
 from .errors import DatasetError
 
 __all__ = ['build_dataset', 'num_classes', 'DATASET_STATS', 'SHAPES', 'SyntheticImages', 'SyntheticDetection',
-           'labeled_subset', 'MultiView', 'build_loader', 'set_epoch', 'EpochSampler']
+           'labeled_subset', 'MultiView', 'CachedDataset', 'build_loader', 'set_epoch', 'EpochSampler']
 
 # (mean, std) per dataset, for transforms.Normalize
 DATASET_STATS = {
@@ -474,6 +474,29 @@ def labeled_subset(dataset, num_per_class=None, seed=0, file_list=None):
             raise DatasetError(f'class {c} has {len(members)} examples, fewer than num_per_class={num_per_class}')
         idx.extend(rng.choice(members, num_per_class, replace=False).tolist())
     return sorted(idx)
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    """``dataset`` with each untransformed sample kept in memory once read: rendering synthetic images (or
+    decoding small image files) is the slow part of a CPU epoch. ``transform`` still runs on every access, so
+    random augmentations differ per epoch; ``None`` returns the stored sample. ``cache`` is the dict that holds
+    the samples: pass the same one to several ``CachedDataset`` views of one dataset (different transforms) to
+    read each sample once."""
+
+    def __init__(self, dataset, transform=None, cache=None):
+        self.dataset, self.transform = dataset, transform
+        self.cache = {} if cache is None else cache
+        self.targets = list(dataset.targets)
+        self.classes = getattr(dataset, 'classes', None)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        if index not in self.cache:
+            self.cache[index] = self.dataset[index]
+        img, target = self.cache[index]
+        return (img if self.transform is None else self.transform(img)), target
 
 
 class MultiView:

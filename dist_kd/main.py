@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from common.checkpoint import load_checkpoint, load_state_dict, save_checkpoint
 from common.config import parse_cli
-from common.data import DATASET_STATS, build_dataset, build_loader, set_epoch
+from common.data import DATASET_STATS, CachedDataset, build_dataset, build_loader, set_epoch
 from common.dist import seed_everything, wrap_ddp
 from common.errors import CheckpointError, ConfigError, guard
 from common.runner import setup_run
@@ -183,24 +183,6 @@ def validate(cfg):
 
 
 # ------------------------------------------------------------------------------------------------ data
-class CachedImages(torch.utils.data.Dataset):
-    """Keeps the rendered images of a generated dataset in memory (rendering is deterministic, so this only
-    saves time); the random transform is still applied at every access."""
-
-    def __init__(self, dataset, transform):
-        self.dataset, self.transform, self.cache = dataset, transform, {}
-        self.targets, self.classes = dataset.targets, dataset.classes
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        if i not in self.cache:
-            self.cache[i] = self.dataset[i]
-        img, label = self.cache[i]
-        return self.transform(img), label
-
-
 def build_data(cfg):
     d = cfg.data
     synthetic = d.name == 'synthetic'
@@ -213,8 +195,8 @@ def build_data(cfg):
                                              cfg.remode)
     val_tf = augment.build_val_transform(style, d.image_size, mean, std)
     if synthetic:
-        train_set = CachedImages(build_dataset(d.name, d.root, 'train', None, **options), train_tf)
-        val_set = CachedImages(build_dataset(d.name, d.root, 'test', None, **options), val_tf)
+        train_set = CachedDataset(build_dataset(d.name, d.root, 'train', None, **options), train_tf)
+        val_set = CachedDataset(build_dataset(d.name, d.root, 'test', None, **options), val_tf)
     else:
         train_set = build_dataset(d.name, d.root, 'train', train_tf)
         val_set = build_dataset(d.name, d.root, 'val' if d.name in ('imagefolder', 'imagenet') else 'test', val_tf)

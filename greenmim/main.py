@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.config import parse_cli
-from common.data import DATASET_STATS, build_dataset, build_loader, num_classes, set_epoch
+from common.data import DATASET_STATS, CachedDataset, build_dataset, build_loader, num_classes, set_epoch
 from common.dist import all_reduce_mean, all_reduce_sum, unwrap, wrap_ddp
 from common.errors import CheckpointError, ConfigError, guard
 from common.log import AverageMeter, Throughput, progress, update_progress
@@ -177,28 +177,9 @@ def data_options(cfg):
     return {}
 
 
-class CachedImages(torch.utils.data.Dataset):
-    """Keeps the untransformed images of a small generated dataset in memory (the synthetic images are
-    drawn anew on every access otherwise, which dominates a CPU epoch) and transforms them per call."""
-
-    def __init__(self, dataset, transform):
-        self.dataset, self.transform = dataset, transform
-        self.targets, self.classes = dataset.targets, dataset.classes
-        self._cache = {}
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        if index not in self._cache:
-            self._cache[index] = self.dataset[index]
-        img, label = self._cache[index]
-        return self.transform(img), label
-
-
 def build_data(cfg, split, transform):
     if cfg.data.name == 'synthetic' and cfg.data.cache:
-        return CachedImages(build_dataset(cfg.data.name, None, split, None, **data_options(cfg)), transform)
+        return CachedDataset(build_dataset(cfg.data.name, None, split, None, **data_options(cfg)), transform)
     return build_dataset(cfg.data.name, cfg.data.root, split, transform, **data_options(cfg))
 
 

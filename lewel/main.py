@@ -14,7 +14,7 @@ from functools import partial
 import torch
 
 from common.config import parse_cli
-from common.data import DATASET_STATS, build_dataset, build_loader, set_epoch
+from common.data import DATASET_STATS, CachedDataset, build_dataset, build_loader, set_epoch
 from common.dist import unwrap, wrap_ddp
 from common.errors import ConfigError, guard
 from common.log import AverageMeter, Throughput, progress, update_progress
@@ -182,23 +182,6 @@ def train_transform(cfg):
 def eval_transform(cfg):
     mean, std = norm_stats(cfg)
     return data.eval_transform(cfg.data.image_size, mean, std, resize=cfg.aug.eval_resize)
-
-
-class CachedDataset(torch.utils.data.Dataset):
-    """Decode (or render) each image once; the transform still runs on every access."""
-
-    def __init__(self, dataset, transform):
-        self.dataset, self.transform, self._cache = dataset, transform, {}
-        self.targets, self.classes = dataset.targets, dataset.classes
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        if index not in self._cache:
-            self._cache[index] = self.dataset[index]
-        img, target = self._cache[index]
-        return (img if self.transform is None else self.transform(img)), target
 
 
 def make_dataset(cfg, split, transform):

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common.checkpoint import load_checkpoint, load_state_dict
 from common.config import parse_cli
-from common.data import DATASET_STATS, build_dataset, build_loader, num_classes, set_epoch
+from common.data import DATASET_STATS, CachedDataset, build_dataset, build_loader, num_classes, set_epoch
 from common.dist import all_reduce_sum, wrap_ddp
 from common.errors import ConfigError, guard
 from common.log import AverageMeter, Throughput, progress, update_progress
@@ -171,25 +171,6 @@ def data_options(cfg):
     return {}
 
 
-class CachedImages(torch.utils.data.Dataset):
-    """Keeps the untransformed images of a small generated dataset in memory and transforms them per call
-    (the synthetic images are drawn anew on every access otherwise, which dominates a CPU epoch)."""
-
-    def __init__(self, dataset, transform):
-        self.dataset, self.transform = dataset, transform
-        self.targets, self.classes = dataset.targets, dataset.classes
-        self._cache = {}
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        if index not in self._cache:
-            self._cache[index] = self.dataset[index]
-        img, label = self._cache[index]
-        return self.transform(img), label
-
-
 def build_data(cfg, split):
     mean, std = DATASET_STATS.get(cfg.data.name, DATASET_STATS['imagenet'])
     a = cfg.aug
@@ -201,7 +182,7 @@ def build_data(cfg, split):
         tf = augment.build_test_transform(cfg.input_size, mean, std, crop_ratio=a.test_crop_ratio,
                                           interpolation=a.interpolation)
     if cfg.data.name == 'synthetic' and cfg.data.cache:
-        return CachedImages(build_dataset(cfg.data.name, None, split, None, **data_options(cfg)), tf)
+        return CachedDataset(build_dataset(cfg.data.name, None, split, None, **data_options(cfg)), tf)
     return build_dataset(cfg.data.name, cfg.data.root, split, tf, **data_options(cfg))
 
 

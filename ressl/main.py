@@ -11,7 +11,7 @@ import time
 import torch
 
 from common.config import parse_cli
-from common.data import DATASET_STATS, MultiView, build_dataset, build_loader, num_classes, set_epoch
+from common.data import DATASET_STATS, CachedDataset, MultiView, build_dataset, build_loader, num_classes, set_epoch
 from common.dist import unwrap, wrap_ddp
 from common.errors import ConfigError, guard
 from common.knn import knn_eval
@@ -163,23 +163,6 @@ def train_transform(cfg):
                                        init_size=mc.init_size, strong=mc.strong, mean=mean, std=std)
     return MultiView([augment.get_contrastive_augment(cfg.dataset, size, mean, std),
                       augment.get_weak_augment(cfg.dataset, size, mean, std)])
-
-
-class CachedDataset(torch.utils.data.Dataset):
-    """Decode (or render) each image once and keep it in memory; the transform still runs on every access."""
-
-    def __init__(self, dataset, transform):
-        self.dataset, self.transform, self._cache = dataset, transform, {}
-        self.targets, self.classes = dataset.targets, dataset.classes
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        if index not in self._cache:
-            self._cache[index] = self.dataset[index]
-        img, target = self._cache[index]
-        return (img if self.transform is None else self.transform(img)), target
 
 
 def make_dataset(cfg, split, transform):

@@ -12,7 +12,7 @@ import os
 import torch
 from torchvision import transforms as T
 
-from common.data import DATASET_STATS, MultiView, build_dataset, labeled_subset
+from common.data import DATASET_STATS, CachedDataset, MultiView, build_dataset, labeled_subset
 from common.errors import ConfigError, DatasetError
 from randaugment import RandAugmentImageNet, RandAugmentMC
 
@@ -78,22 +78,6 @@ class TwoCropsTransform(MultiView):
 
     def __init__(self, transform1, transform2):
         super().__init__([transform1, transform2])
-
-
-class CachedDataset(torch.utils.data.Dataset):
-    """Keeps the untransformed samples of ``dataset`` in memory (the synthetic images are drawn once)."""
-
-    def __init__(self, dataset):
-        self.dataset, self.cache = dataset, {}
-        self.targets, self.classes = list(dataset.targets), list(dataset.classes)
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        if i not in self.cache:
-            self.cache[i] = self.dataset[i]
-        return self.cache[i]
 
 
 class IndexedSubset(torch.utils.data.Dataset):

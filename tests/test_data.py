@@ -4,8 +4,8 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from common.data import (DATASET_STATS, MultiView, build_dataset, build_loader, labeled_subset, num_classes,
-                         set_epoch)
+from common.data import (DATASET_STATS, CachedDataset, MultiView, build_dataset, build_loader, labeled_subset,
+                         num_classes, set_epoch)
 from common.errors import DatasetError
 
 
@@ -129,6 +129,32 @@ def test_labeled_subset_by_seed_and_file_list(tmp_path):
         labeled_subset(ds, file_list=str(f))
     with pytest.raises(DatasetError, match='fewer'):
         labeled_subset(ds, num_per_class=50)
+
+
+def test_cached_dataset_reads_each_sample_once_and_transforms_every_access():
+    base = build_dataset('synthetic', image_size=16, train_size=6)
+    reads = []
+
+    class Counting(torch.utils.data.Dataset):
+        targets, classes = base.targets, base.classes
+
+        def __len__(self):
+            return len(base)
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return base[i]
+
+    store = {}
+    flip = CachedDataset(Counting(), T.Compose([T.RandomHorizontalFlip(p=1.0), T.ToTensor()]), cache=store)
+    plain = CachedDataset(Counting(), None, cache=store)      # a second view sharing the store
+    assert len(flip) == 6 and flip.targets == base.targets and flip.classes == base.classes
+    x, y = flip[2]
+    x2, _ = flip[2]
+    img, y3 = plain[2]
+    assert reads == [2] and y == y3 == base.targets[2]
+    assert torch.equal(x, x2) and torch.equal(x, T.ToTensor()(img).flip(-1))
+    assert arr(img).tolist() == arr(base[2][0]).tolist()
 
 
 def test_multiview_and_loader_determinism():
