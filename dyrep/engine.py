@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torchvision import transforms as T
 
 from common import dist
-from common.data import DATASET_STATS, build_dataset, build_loader
+from common.data import DATASET_STATS, CachedDataset, build_dataset, build_loader
 from common.log import AverageMeter, Throughput, progress, update_progress
 from common.schedule import cosine_lr, set_lr
 
@@ -30,24 +30,6 @@ class Cutout:
         img = img.clone()
         img[..., y0:y1, x0:x1] = 0
         return img
-
-
-class Rendered(torch.utils.data.Dataset):
-    """Keeps each item of a (slow to render) synthetic dataset after its first access; transforms on top."""
-
-    def __init__(self, dataset, transform):
-        self.dataset, self.transform = dataset, transform
-        self.targets, self.classes = dataset.targets, dataset.classes
-        self._cache = {}
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        if i not in self._cache:
-            self._cache[i] = self.dataset[i]
-        img, label = self._cache[i]
-        return self.transform(img), label
 
 
 def build_transforms(cfg):
@@ -79,8 +61,8 @@ def build_data(cfg):
     if d.name == 'synthetic':
         opts = dict(num_classes=d.num_classes, image_size=d.image_size, train_size=d.train_size,
                     test_size=d.test_size)
-        train_set = Rendered(build_dataset('synthetic', split='train', **opts), train_tf)
-        test_set = Rendered(build_dataset('synthetic', split='test', **opts), test_tf)
+        train_set = CachedDataset(build_dataset('synthetic', split='train', **opts), train_tf)
+        test_set = CachedDataset(build_dataset('synthetic', split='test', **opts), test_tf)
     else:
         train_set = build_dataset(d.name, d.root, 'train', train_tf)
         test_set = build_dataset(d.name, d.root, 'val' if d.name in ('imagefolder', 'imagenet') else 'test',
