@@ -115,6 +115,17 @@ def _cell_stack(genotype, C_prev_prev, C_prev, C_curr, layers, reduction_prev):
     return cells, C_prev, C_aux
 
 
+def _cells_forward(net, s0, s1):
+    """The cells from the stem outputs (s0, s1), the auxiliary head after cell 2L/3 in training, then pooling and
+    the classifier: ``(logits, logits_aux)`` of NetworkCIFAR and NetworkImageNet."""
+    logits_aux = None
+    for i, cell in enumerate(net.cells):
+        s0, s1 = s1, cell(s0, s1, net.drop_path_prob)
+        if i == 2 * net._layers // 3 and net._auxiliary and net.training:
+            logits_aux = net.auxiliary_head(s1)
+    return net.classifier(net.global_pooling(s1).flatten(1)), logits_aux
+
+
 class NetworkCIFAR(nn.Module):
     """Stem conv3x3(3 -> 3C) + BN, ``layers`` cells (reductions at layers//3, 2*layers//3), GAP, linear.
     ``forward`` returns ``(logits, logits_aux)``; reads ``self.drop_path_prob``."""
@@ -134,14 +145,8 @@ class NetworkCIFAR(nn.Module):
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, input):
-        logits_aux = None
         s0 = s1 = self.stem(input)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == 2 * self._layers // 3 and self._auxiliary and self.training:
-                logits_aux = self.auxiliary_head(s1)
-        out = self.global_pooling(s1)
-        return self.classifier(out.flatten(1)), logits_aux
+        return _cells_forward(self, s0, s1)
 
 
 class NetworkImageNet(nn.Module):
@@ -170,12 +175,6 @@ class NetworkImageNet(nn.Module):
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, input):
-        logits_aux = None
         s0 = self.stem0(input)
         s1 = self.stem1(s0)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == 2 * self._layers // 3 and self._auxiliary and self.training:
-                logits_aux = self.auxiliary_head(s1)
-        out = self.global_pooling(s1)
-        return self.classifier(out.flatten(1)), logits_aux
+        return _cells_forward(self, s0, s1)
