@@ -487,7 +487,7 @@ class CachedDataset(torch.utils.data.Dataset):
         self.dataset, self.transform = dataset, transform
         self.cache = {} if cache is None else cache
         self.targets = list(dataset.targets)
-        self.classes = getattr(dataset, 'classes', None)
+        self.classes = dataset.classes
 
     def __len__(self):
         return len(self.dataset)

@@ -17,7 +17,7 @@ from common.errors import ConfigError, DatasetError
 from randaugment import RandAugmentImageNet, RandAugmentMC
 
 __all__ = ['GaussianBlur', 'weak_aug', 'moco_aug', 'rand_aug', 'cifar_weak_aug', 'cifar_strong_aug', 'val_aug',
-           'TwoCropsTransform', 'IndexedSubset', 'CachedDataset', 'ImageNetPercent', 'read_split_file',
+           'TwoCropsTransform', 'IndexedSubset', 'ImageNetPercent', 'read_split_file',
            'unlabeled_indices', 'build_ssl_datasets']
 
 
